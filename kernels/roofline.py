@@ -99,7 +99,9 @@ def roofline_point(
     kv_tok_gpu = kv_bytes_per_token_gpu(p, p["kv_bytes"], tp)
     kv_budget = p["mem_capacity"] * p["mem_util"] - weights_gpu
     reserved_tokens = p["blk"] * ceil(p["context"] / p["blk"])
-    b_max = apply_cap(floor(kv_budget / (kv_tok_gpu * reserved_tokens)), p["max_seqs"])
+    # a budget <= 0 holds no sequence: B_max = 0, never negative
+    seq_bytes = kv_tok_gpu * reserved_tokens
+    b_max = apply_cap(floor(jnp.maximum(kv_budget, 0.0) / seq_bytes), p["max_seqs"])
     batch = choose_batch(b_max, p["batch"])
 
     fits = (p["flops"] > 0) & (kv_budget > 0)
