@@ -9,7 +9,8 @@ c is the number of servers (here: GPUs x concurrency slots), real-valued; times 
 
 Numerics (see the docstring of `log_erlang_b`): Erlang B is computed in logs from the upper
 regularised incomplete gamma function, except far above saturation (a - c >= 3 max(sqrt c, 1)),
-where Q(c + 1, a) underflows and a Gauss-Laguerre form of Jagerman's integral is used instead.
+the only region where Q(c + 1, a) can underflow, which uses a Gauss-Laguerre form of Jagerman's
+integral instead.
 float32 loses about eps32 * (c |log a| + a + lgamma(c + 1)) relative accuracy below that
 threshold (cancellation in the Poisson log-prefactor); use float64 for c beyond ~1e3.
 """
@@ -157,7 +158,7 @@ def _feasible(c, a, service_mean_s, service_scv, slo_s, q, max_util):
 
 
 def _always_feasible_c(a, service_mean_s, service_scv, slo_s, q, max_util):
-    """A server count that meets both constraints for every load (or +inf when slo_s <= 0).
+    """A server count that meets both constraints (+inf when slo_s <= 0: then c_max bounds).
 
     Since C <= 1, t_q <= (1 + scv)/2 * (-ln(1 - q)) * service_mean_s / (c - a); doubling the
     excess over a gives t_q <= slo_s / 2 with margin for round-off.
@@ -181,7 +182,8 @@ def min_servers(a, service_mean_s, service_scv, slo_s, q=0.99, max_util=0.85, c_
     `_always_feasible_c` capped at c_max; returns the upper end, which is always feasible, so
     the result is within (c_hi - a/max_util) / 2^iters above c*. t_q decreases in c, so the
     feasible set is [c*, inf). Returns a / max_util when that already meets the SLO, +inf when
-    c_max does not (or slo_s <= 0), 0 when a <= 0. a: Erlangs; times in seconds.
+    c_max does not (always so for slo_s < 0; slo_s = 0 is met once C <= 1 - q), 0 when a <= 0.
+    a: Erlangs; times in seconds.
     """
     a, s, scv, slo, q, max_util, c_max = _as_dtype(
         a, service_mean_s, service_scv, slo_s, q, max_util, c_max

@@ -7,6 +7,7 @@ output file), 130 interrupted (no output file either).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -177,13 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="catalog key (default: from the folder or _name_or_path)")
     p.set_defaults(fn=cmd_import_model)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    for module in COMMAND_MODULES:
+        try:
+            importlib.import_module(module).register(sub)
+        except ModuleNotFoundError as err:  # TEMPORARY while the modules are being written
+            if err.name != module:
+                raise
     return parser
 
 
-# Later capabilities (law, grad, report, fleet, ...) add a ``register(subparsers)`` here.
-EXTRA_COMMANDS: list = []
+# Each of these modules defines ``register(subparsers)`` adding its own subcommand(s).
+COMMAND_MODULES = ("sweep.law", "sweep.grad", "sweep.report", "sweep.fleet")
 
 
 def main(argv=None) -> int:

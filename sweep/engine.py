@@ -98,7 +98,11 @@ def make_chunk_fn(problem: Problem, chunk: int):
 
     def run(offset):
         flat = jnp.minimum(offset + jnp.arange(chunk, dtype=offset.dtype), last)
-        out = jax.vmap(problem.point_fn)(gather_inputs(problem, tables, constants, flat))
+        inputs = gather_inputs(problem, tables, constants, flat)
+        # Materialise the gathered inputs once: fused into every output's loop, XLA recomputes
+        # the index arithmetic and gathers per output (measured 2.5x slower at 1e6 points).
+        inputs = jax.lax.optimization_barrier(inputs)
+        out = jax.vmap(problem.point_fn)(inputs)
         return {k: v for k, v in out.items() if not keep or k in keep}
 
     return jax.jit(run)
