@@ -48,7 +48,7 @@ def plot_law(ds, path, var: str = "tok_per_watt", title: str | None = None) -> P
     ax.set_xlabel("context window W (tokens)")
     units = ds[var].attrs.get("long_name", var)
     ax.set_ylabel(units)
-    ax.set_title(title or f"{ds.attrs.get('spec_name', '')}: {var} against context")
+    ax.set_title(title or f"{ds.attrs.get('spec_name', '')}: {units} against the context window")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
