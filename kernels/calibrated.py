@@ -21,22 +21,12 @@ import jax.numpy as jnp
 from kernels.common import apply_cap, choose_batch, efficiency, rounding
 from kernels.power import logistic_power
 
-INPUTS = (
-    "w_s",
-    "h_s",
-    "calib_ctx",
-    "max_slots",
-    "kv_blocks",
-    "blk",
-    "power_idle",
-    "power_nominal",
-    "power_k",
-    "power_x0",
-    "context",
-    "fill",
-    "batch",
-    "max_seqs",
-)
+PROFILE_INPUTS = (
+    "w_s", "h_s", "calib_ctx", "max_slots", "kv_blocks", "blk",
+    "power_idle", "power_nominal", "power_k", "power_x0",
+)  # fmt: skip
+POINT_INPUTS = ("context", "fill", "batch", "max_seqs")
+INPUTS = PROFILE_INPUTS + POINT_INPUTS
 
 
 def concurrency_limit(p: Mapping, relaxed: bool = False):

@@ -13,7 +13,7 @@ from functools import partial
 import jax.numpy as jnp
 import numpy as np
 
-from kernels.calibrated import calibrated_point
+from kernels.calibrated import PROFILE_INPUTS, calibrated_point
 from kernels.model import MODEL_FIELDS, default_sparsity
 from kernels.roofline import roofline_point
 from sweep.engine import Axis, Problem
@@ -31,18 +31,6 @@ GPU_FIELDS = (
     "flops_fp8",
     "flops_fp4",
 )
-PROFILE_FIELDS = (
-    "w_s",
-    "h_s",
-    "calib_ctx",
-    "max_slots",
-    "kv_blocks",
-    "blk",
-    "power_idle",
-    "power_nominal",
-    "power_k",
-    "power_x0",
-)
 FLOPS_KEYS = ("flops_bf16", "flops_fp8", "flops_fp4")
 
 
@@ -58,7 +46,7 @@ def axis_fields(spec: GridSpec, axis: str, values) -> dict[str, np.ndarray]:
         return {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]}
 
     if axis == "gpu":
-        names = PROFILE_FIELDS if spec.mode == "calibrated" else GPU_FIELDS
+        names = PROFILE_INPUTS if spec.mode == "calibrated" else GPU_FIELDS
         return column(lambda v: {k: float(getattr(spec.gpus[v], k)) for k in names})
     if axis == "model":
         return column(lambda v: model_fields(spec.models[v]))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from kernels.calibrated import INPUTS as CALIBRATED_INPUTS
 from kernels.calibrated import calibrated_point
 from kernels.model import MODEL_FIELDS, param_counts
 from kernels.roofline import INPUTS, roofline_point
@@ -151,24 +152,6 @@ def test_param_counts_match_reference():
         )
 
 
-CAL_KEYS = (
-    "w_s",
-    "h_s",
-    "calib_ctx",
-    "max_slots",
-    "kv_blocks",
-    "blk",
-    "power_idle",
-    "power_nominal",
-    "power_k",
-    "power_x0",
-    "context",
-    "fill",
-    "batch",
-    "max_seqs",
-)
-
-
 def test_calibrated_matches_reference():
     rng = np.random.default_rng(11)
     points = []
@@ -191,7 +174,7 @@ def test_calibrated_matches_reference():
                 max_seqs=float(rng.choice([0, 32])),
             )
         )
-    got = jax.vmap(calibrated_point)(batched(points, CAL_KEYS))
+    got = jax.vmap(calibrated_point)(batched(points, CALIBRATED_INPUTS))
     want = [ref.calibrated(p) for p in points]
     feasible = np.array([r["feasible"] for r in want])
     assert 0.2 < feasible.mean() < 0.98
