@@ -174,13 +174,14 @@ def _non_negative(v: dict, names: tuple[str, ...], prefix: str) -> None:
 
 
 def _check_power_curve(v: dict, prefix: str) -> None:
-    _non_negative(v, ("power_idle",), prefix)
-    if not v["power_nominal"] > v["power_idle"]:
+    # A flat curve (power_nominal == power_idle, or power_k == 0) is allowed: it is the case in
+    # which MODEL.md's law is exactly -1, and what-if studies need it.
+    _non_negative(v, ("power_idle", "power_k"), prefix)
+    if not v["power_nominal"] >= v["power_idle"]:
         raise SpecError(
             f"{prefix}.power_nominal",
-            f"must be > power_idle ({v['power_idle']!r} W), got {v['power_nominal']!r}",
+            f"must be >= power_idle ({v['power_idle']!r} W), got {v['power_nominal']!r}",
         )
-    _positive(v, ("power_k",), prefix)
 
 
 def _values(obj: Any) -> dict[str, Any]:
@@ -881,8 +882,8 @@ _PROFILE_FIELDS: dict[str, _Field] = {
     "kv_blocks": _Field("int", help="KV-cache blocks, > 0"),
     "blk": _Field("int", 16),
     "power_idle": _Field("float", help="W, >= 0"),
-    "power_nominal": _Field("float", help="W, > power_idle"),
-    "power_k": _Field("float", help="> 0"),
+    "power_nominal": _Field("float", help="W, >= power_idle"),
+    "power_k": _Field("float", help=">= 0 (0 = flat)"),
     "power_x0": _Field("float", help="log2(sequences in flight) at the curve's midpoint"),
     "source": _Field("str", ""),
 }

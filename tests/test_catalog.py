@@ -581,12 +581,12 @@ def test_gpu_from_dict_projects_or_keeps_the_curve():
         (
             h100_table(power_idle=600, power_nominal=300, power_k=1, power_x0=4.2),
             "gpus.g.power_nominal",
-            "must be > power_idle",
+            "must be >= power_idle",
         ),
         (
-            h100_table(power_idle=300, power_nominal=600, power_k=0, power_x0=4.2),
+            h100_table(power_idle=300, power_nominal=600, power_k=-1, power_x0=4.2),
             "gpus.g.power_k",
-            "must be > 0",
+            "must be >= 0",
         ),
         (h100_table(power_source="guessed"), "gpus.g.power_source", "measured, projected"),
         (h100_table(power_source="measured"), "gpus.g.power_source", "needs power_idle"),
@@ -680,7 +680,7 @@ def test_model_validation(table, field, text):
         (profile_table(tp=0), "profiles.p.tp", "must be > 0"),
         (profile_table(kv_blocks=-1), "profiles.p.kv_blocks", "must be > 0"),
         (profile_table(blk=0), "profiles.p.blk", "must be > 0"),
-        (profile_table(power_nominal=50), "profiles.p.power_nominal", "must be > power_idle"),
+        (profile_table(power_nominal=50), "profiles.p.power_nominal", "must be >= power_idle"),
         (profile_table(power_idle=-1), "profiles.p.power_idle", "must be >= 0"),
     ],
 )
@@ -729,3 +729,15 @@ def test_describe_tables_show_units_and_sources():
     profiles = catalog.describe_profiles()
     for p in catalog.load_profiles().values():
         assert p.key in profiles and p.source in profiles
+
+
+def test_flat_power_curves_are_allowed():
+    """A flat curve (MODEL.md: the law is exactly -1 "with flat power") is a valid input."""
+    flat = catalog.gpu_from_dict(
+        "g", h100_table(power_idle=500, power_nominal=500, power_k=1, power_x0=4.2)
+    )
+    assert flat.power_idle == flat.power_nominal == 500
+    still = catalog.gpu_from_dict(
+        "g", h100_table(power_idle=300, power_nominal=600, power_k=0, power_x0=4.2)
+    )
+    assert still.power_k == 0
