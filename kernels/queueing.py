@@ -173,7 +173,7 @@ def _as_dtype(a, service_mean_s, service_scv, slo_s, q, max_util, c_max):
     return [jnp.asarray(x, dt) for x in (a, service_mean_s, service_scv, slo_s, q, max_util, c_max)]
 
 
-def min_servers(a, service_mean_s, service_scv, slo_s, q=0.99, max_util=0.85, c_max=1e7, iters=64):
+def _bisect_min_servers(a, service_mean_s, service_scv, slo_s, q, max_util, c_max, iters):
     """Smallest real server count c (continuous relaxation) meeting the sizing constraints.
 
         c* = min { c : t_q(c) <= slo_s  and  a / c <= max_util },  t_q = `mgc_wait_quantile`
@@ -207,6 +207,41 @@ def min_servers(a, service_mean_s, service_scv, slo_s, q=0.99, max_util=0.85, c_
     c = jnp.where(feasible(lo), lo, c)
     c = jnp.where(feasible(hi), c, jnp.inf)
     return jnp.where(no_load, 0.0, c)
+
+
+def min_servers(a, service_mean_s, service_scv, slo_s, q=0.99, max_util=0.85, c_max=1e7, iters=64):
+    """Smallest real server count (continuous relaxation), with its implicit-function derivative.
+
+    Value: the bisection `_bisect_min_servers` (within its tolerance of the exact c*).
+    Derivative: where the utilisation bound binds (``c = a / max_util`` meets the SLO) that of
+    ``a / max_util``; elsewhere the SLO binds,
+    ``t_q(c) = slo``, and ``dc = -(dt_q/da da + dt_q/ds ds + dt_q/dscv dscv - dslo) / (dt_q/dc)``.
+    Built as ``c0 + h - stop_gradient(h)`` so no derivative flows through the bisection or
+    through the inner ``dt_q/dc`` (whose own derivative would need second derivatives of the
+    incomplete gamma function, which JAX does not implement). Infinite (unreachable) values
+    keep a zero derivative.
+    """
+    sg = jax.lax.stop_gradient
+    dt = jnp.result_type(a, service_mean_s, service_scv, slo_s, q, max_util, float)
+    a, s, scv, slo, q, max_util = (
+        jnp.asarray(x, dt) for x in (a, service_mean_s, service_scv, slo_s, q, max_util)
+    )
+    c0 = sg(_bisect_min_servers(a, s, scv, slo, q, max_util, c_max, iters))
+    lo = a / max_util
+    util_bound = sg(c0 <= lo)
+    finite = jnp.isfinite(c0) & (c0 > 0)
+    c_safe = jnp.where(finite, c0, 1.0) + jnp.where(finite, 0.0, sg(a) + 1.0)
+
+    def wait(c, a_, s_, scv_):
+        return mgc_wait_quantile(c, a_, s_, scv_, q)
+
+    slope = sg(jax.grad(wait)(sg(c_safe), sg(a), sg(s), sg(scv)))
+    slope_ok = jnp.isfinite(slope) & (slope < 0)
+    h = -(wait(c_safe, a, s, scv) - slo) / jnp.where(slope_ok, slope, -1.0)
+    h = jnp.where(slope_ok & ~util_bound & finite, h, 0.0)
+    c_slo = c0 + (h - sg(h))
+    c_util = c0 + (lo - sg(lo))
+    return jnp.where(util_bound, c_util, jnp.where(finite, c_slo, c0))
 
 
 def min_servers_int(

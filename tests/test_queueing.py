@@ -20,6 +20,7 @@ from jax.scipy.special import gammaincc, gammaln  # noqa: E402
 from scipy.special import gammaln as sp_gammaln  # noqa: E402
 
 from kernels.queueing import (  # noqa: E402
+    _bisect_min_servers,
     erlang_b,
     erlang_c,
     log_erlang_b,
@@ -414,3 +415,23 @@ def test_min_servers_float32():
     c64 = jax.vmap(min_servers, in_axes=(0, 0, None, 0))(a.astype(float), s, 1.0, slo)
     # the wait quantile's slope in c turns float32's ~1e-5 error in log C into ~1e-5 in c
     np.testing.assert_allclose(np.asarray(c32), np.asarray(c64), rtol=1e-4)
+
+
+def test_min_servers_has_the_implicit_derivative():
+    """Autodiff through a bisection is meaningless; min_servers attaches dc from t_q(c) = slo."""
+    cases = np.array([(5.0, 30.0, 1.0, 1.0), (50.0, 10.0, 0.5, 0.2), (3000.0, 20.0, 1.5, 2.0)])
+    grad = jax.jit(jax.vmap(jax.grad(lambda x: min_servers(*x))))
+    relaxed = jax.jit(jax.vmap(lambda x: min_servers(*x)))
+    plain = jax.jit(jax.vmap(lambda x: _bisect_min_servers(*x, 0.99, 0.85, 1e7, 64)))
+    assert np.array_equal(relaxed(cases), plain(cases))
+    step = 1e-6 * cases
+    eye = np.eye(4)
+    up = (cases[:, None, :] + eye * step[:, None, :]).reshape(-1, 4)
+    dn = (cases[:, None, :] - eye * step[:, None, :]).reshape(-1, 4)
+    fd = (np.asarray(plain(up)) - np.asarray(plain(dn))).reshape(3, 4) / (2 * step)
+    got = np.asarray(grad(cases))
+    assert np.allclose(got, fd, rtol=1e-5, atol=1e-8), (got, fd)
+    # the bisection's own autodiff derivative is not the derivative (why the wrapper exists)
+    naive = jax.vmap(jax.jacfwd(lambda x: _bisect_min_servers(*x, 0.99, 0.85, 1e7, 64)))
+    naive = np.asarray(jax.jit(naive)(cases))
+    assert not np.allclose(naive, fd, rtol=1e-3)
