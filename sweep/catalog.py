@@ -821,12 +821,13 @@ def model_from_hf_config(
 
 
 def _read_config_json(path: Path, field: str) -> tuple[dict[str, Any], Path]:
-    if path.is_dir():
-        path = path / "config.json"
     try:
+        if path.is_dir():
+            path = path / "config.json"
         text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError(field, f"cannot read {path}: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        reason = getattr(e, "strerror", None) or e
+        raise SpecError(field, f"cannot read {str(path)[:200]!r}: {reason}") from None
     try:
         config = json.loads(text)
     except json.JSONDecodeError as e:

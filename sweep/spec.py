@@ -47,6 +47,8 @@ CALIBRATED_AXES = ("context", "gpu", "batch")
 REQUIRED_AXES = {"roofline": ("context", "gpu", "model"), "calibrated": ("context", "gpu")}
 AXIS_DEFAULTS = {"tp": 1, "dtype": "bf16", "batch": "saturated"}
 SATURATED = 0  # the batch coordinate value meaning "B = B_max"
+MAX_CONTEXT = 2**53  # tokens: integers above lose exactness as float64
+MAX_AXIS_VALUES = 10_000_000  # values in one generated context range
 
 # name: (default, check, allowed text); MODEL.md's table of symbols.
 PARAMS: dict[str, tuple[Any, Any, str]] = {
@@ -112,9 +114,11 @@ def read_spec_source(spec) -> tuple[dict, str, Path]:
         return spec, _dump_toml(spec), Path.cwd()
     if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and "=" not in spec):
         path = Path(spec)
-        if not path.is_file():
-            raise SpecError("spec", f"no such file: {path}")
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except (OSError, ValueError, UnicodeDecodeError) as err:  # ValueError: a NUL in the path
+            shown = str(path)[:200]
+            raise SpecError("spec", f"no such file or not readable: {shown} ({err})") from None
         base = path.resolve().parent
     else:
         text, base = spec, Path.cwd()
@@ -199,22 +203,27 @@ def _catalog_entries(table, mode, base):
                     key, "not used in calibrated mode; add profiles with [profiles.NAME]"
                 )
         gpus = catalog.load_profiles()
-        extra = table.get("profiles", {})
-        check_keys(extra, list(extra), "profiles")
+        extra = _table(table, "profiles")
         for key, entry in extra.items():
             gpus[key] = catalog.profile_from_dict(key, entry, where="profiles")
         return gpus, {}
     if "profiles" in table:
         raise SpecError("profiles", 'only used in mode = "calibrated"')
     gpus, models = catalog.load_gpus(), catalog.load_models()
-    extra_gpus, extra_models = table.get("gpus", {}), table.get("models", {})
-    check_keys(extra_gpus, list(extra_gpus), "gpus")
-    check_keys(extra_models, list(extra_models), "models")
+    extra_gpus, extra_models = _table(table, "gpus"), _table(table, "models")
     for key, entry in extra_gpus.items():
         gpus[key] = catalog.gpu_from_dict(key, entry, where="gpus")
     for key, entry in extra_models.items():
         models[key] = catalog.model_from_spec_table(key, entry, base, where="models")
     return gpus, models
+
+
+def _table(table: dict, key: str) -> dict:
+    """The sub-table ``key`` of a spec (empty when absent), refusing anything but a table."""
+    sub = table.get(key, {})
+    if not isinstance(sub, dict):
+        raise SpecError(key, f"expected a table of entries by name, got {type(sub).__name__}")
+    return sub
 
 
 def _params(table, mode):
@@ -256,6 +265,9 @@ def _context_range(raw):
         if not _int(raw[key]) or raw[key] < 1:
             raise SpecError(f"axes.context.{key}", f"{raw[key]!r}; allowed: an integer >= 1")
     start, stop, num = raw["start"], raw["stop"], raw["num"]
+    for key, limit in (("start", MAX_CONTEXT), ("stop", MAX_CONTEXT), ("num", MAX_AXIS_VALUES)):
+        if raw[key] > limit:
+            raise SpecError(f"axes.context.{key}", f"{raw[key]}; allowed: at most {limit:,}")
     spacing = raw.get("spacing", "log")
     if spacing not in ("log", "linear"):
         raise SpecError("axes.context.spacing", f'{spacing!r}; allowed: "log" or "linear"')
@@ -272,8 +284,8 @@ def _context_range(raw):
 
 def _axis_value(name, v, gpus, models, where):
     if name == "context":
-        if not _int(v) or v < 1:
-            raise SpecError(where, f"{v!r}; allowed: an integer number of tokens >= 1")
+        if not _int(v) or not 1 <= v <= MAX_CONTEXT:
+            raise SpecError(where, f"{v!r}; allowed: an integer number of tokens in [1, 2**53]")
         return int(v)
     if name in ("gpu", "model"):
         known = gpus if name == "gpu" else models
