@@ -1,0 +1,1 @@
+"""Benchmarks of the sweep engine (see benchmarks/README.md)."""
