@@ -85,13 +85,18 @@ def _small_table(ds, max_rows: int = 16, max_series: int = 8) -> list[str]:
 
 def cmd_run(args) -> int:
     import sweep
+    from sweep import stream
     from sweep.dataset import write_netcdf
     from sweep.spec import load_spec
 
     spec = load_spec(args.spec, precision=args.precision)
     out = Path(args.output) if args.output else default_output(spec.name)
+    progress = None if not args.quiet else False
+    route = stream.route(spec, args)  # in memory, streamed to disk, reduced, or on a cluster
+    if route.engine != "memory":
+        return stream.run_routed(route, spec, out, args, progress)
     t0 = time.perf_counter()
-    ds = sweep.run(spec, chunk_size=args.chunk_size, progress=None if not args.quiet else False)
+    ds = sweep.run(spec, chunk_size=route.chunk, progress=progress)
     write_netcdf(ds, out)
     seconds = time.perf_counter() - t0
     print(summarise(ds, seconds))
@@ -163,6 +168,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=positive_int, help="points per compiled chunk")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--plot", action="store_true", help="also plot tok/W against context (PNG)")
+    from sweep.stream import memory_arg
+
+    p.add_argument(
+        "--memory",
+        type=memory_arg,
+        metavar="SIZE",
+        help="memory budget, e.g. 2GB or 512MiB (default 25%% of RAM, at most 4 GB): results "
+        "over half of it stream to disk block by block; it also sizes the chunks",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted streamed run of the same spec and output",
+    )
+    p.add_argument(
+        "--reduce",
+        action="append",
+        choices=("law", "extrema"),
+        help="write only a reduction, computed on the fly (repeatable): law = per-slice slope "
+        "of log2(tok/W) vs log2(context) -> NAME.law.nc; extrema -> NAME.extrema.nc",
+    )
+    p.add_argument(
+        "--over",
+        metavar="DIMS",
+        help="dims for --reduce extrema, comma-separated (default: all)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the blocks as dask.distributed tasks: a scheduler address, or 'local'",
+    )
+    p.add_argument("--workers", type=positive_int, help="workers of --scheduler local")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("info", help="summarise a written dataset")
@@ -179,11 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_import_model)
 
     for module in COMMAND_MODULES:
-        try:
-            importlib.import_module(module).register(sub)
-        except ModuleNotFoundError as err:  # TEMPORARY while the modules are being written
-            if err.name != module:
-                raise
+        importlib.import_module(module).register(sub)
     return parser
 
 
