@@ -6,7 +6,7 @@ float32; see ``sweep.engine``.
 
 The public API is functions: ``sweep.run``, ``sweep.open``, ``sweep.law``, ``sweep.grad``,
 ``sweep.fleet``, ``sweep.report``. (They share their modules' names; import a module's other
-contents with ``from sweep.law import ...``.)
+contents with ``from sweep.law_fit import ...``.)
 """
 
 import jax
@@ -14,9 +14,9 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from sweep.api import open, run  # noqa: E402, A004
-from sweep.fleet import fleet, fleet_grad  # noqa: E402
-from sweep.grad import grad  # noqa: E402
-from sweep.law import law  # noqa: E402
-from sweep.report import report  # noqa: E402
+from sweep.elasticity import grad  # noqa: E402
+from sweep.fleet_sizing import fleet, fleet_grad  # noqa: E402
+from sweep.html_report import report  # noqa: E402
+from sweep.law_fit import law  # noqa: E402
 
 __all__ = ["fleet", "fleet_grad", "grad", "law", "open", "report", "run"]

@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each of these modules defines ``register(subparsers)`` adding its own subcommand(s).
-COMMAND_MODULES = ("sweep.law", "sweep.grad", "sweep.report", "sweep.fleet")
+COMMAND_MODULES = ("sweep.law_fit", "sweep.elasticity", "sweep.html_report", "sweep.fleet_sizing")
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Fleet routing (kernels/fleet.py, sweep/fleet.py) against the plain-Python reference.
+"""Fleet routing (kernels/fleet.py, sweep/fleet_sizing.py) against the plain-Python reference.
 
 The reference (tests/fleet_reference.py) shares nothing with the JAX code but the model's
 definition: per-GPU physics from tests/reference_model.py, pool moments by looping over CDF
@@ -23,7 +23,7 @@ from kernels.queueing import mgc_wait_quantile
 from sweep import catalog, cli
 from sweep.engine import gather_inputs
 from sweep.errors import SpecError
-from sweep.fleet import (
+from sweep.fleet_sizing import (
     build_problem,
     fleet,
     fleet_grad,
@@ -455,12 +455,11 @@ def test_cli_bad_spec_exits_2_without_output(tmp_path, monkeypatch, capsys):
 
 
 def test_sweep_grad_dispatches_fleet_specs(tmp_path, monkeypatch, capsys):
-    import sweep.fleet
-    import sweep.grad
+    from sweep import fleet_sizing
 
     calls = []
-    monkeypatch.setattr(sweep.fleet, "fleet_grad", lambda *a, **k: calls.append((a, k)) or "ds")
-    assert sweep.grad.grad(CALIBRATED, wrt="slo") == "ds" and calls[0][0][1] == "slo"
+    monkeypatch.setattr(fleet_sizing, "fleet_grad", lambda *a, **k: calls.append((a, k)) or "ds")
+    assert sweep.grad(CALIBRATED, wrt="slo") == "ds" and calls[0][0][1] == "slo"
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
     (tmp_path / "f.toml").write_text(CALIBRATED)

@@ -9,8 +9,8 @@ import pytest
 
 import sweep
 from sweep import cli
+from sweep.elasticity import allowed_wrt, elasticity_point_function, grad
 from sweep.errors import SpecError
-from sweep.grad import allowed_wrt, elasticity_point_function, grad
 from sweep.modes import build_axes, point_function, scalar_inputs
 from sweep.spec import load_spec
 

@@ -11,7 +11,7 @@ import sweep
 from sweep import cli
 from sweep.dataset import write_netcdf
 from sweep.errors import SpecError
-from sweep.law import CAUSES, fit, law, law_range
+from sweep.law_fit import CAUSES, fit, law, law_range
 
 ROOT = Path(__file__).resolve().parents[1]
 POW2 = "[1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]"

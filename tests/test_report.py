@@ -19,8 +19,9 @@ import pytest
 import xarray as xr
 
 import sweep
-from sweep import cli, report
-from sweep.law import law
+from sweep import cli
+from sweep import html_report as report
+from sweep.law_fit import law
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "grids"

@@ -77,7 +77,7 @@ CAUSE_COMMENT = (
     "calibrated W_s); rounding: integer batch and block reservation at small B_max; "
     "infeasible: an infeasible end (interval); no physical cause, only infeasible intervals, "
     "or fewer than two feasible points (slice). "
-    "Precise definitions: sweep/law.py"
+    "Precise definitions: sweep/law_fit.py"
 )
 
 

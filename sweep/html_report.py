@@ -78,13 +78,13 @@ def default_specs() -> list[Path]:
 
 def is_fleet_spec(spec) -> bool:
     """A fleet spec (sweep.fleet): mode = "fleet", or a [workload] / [workloads] table."""
-    from sweep import fleet as fleet_module
     from sweep.errors import SpecError
+    from sweep.fleet_sizing import is_fleet_spec as fleet_is_fleet_spec
     from sweep.spec import read_spec_source
 
     if isinstance(spec, GridSpec):
         return False
-    if fleet_module.is_fleet_spec(spec):
+    if fleet_is_fleet_spec(spec):
         return True
     try:
         table, _, _ = read_spec_source(spec)
@@ -147,8 +147,8 @@ def _unique(name: str, used: set) -> str:
 def compute(specs=None) -> tuple[list[Run], list[FleetRun]]:
     """Run every spec: grid specs through run/law/grad, fleet specs through fleet."""
     from sweep.api import run
-    from sweep.grad import grad
-    from sweep.law import law
+    from sweep.elasticity import grad
+    from sweep.law_fit import law
 
     specs = list(specs) if specs else default_specs()
     used: set = set()
@@ -156,7 +156,7 @@ def compute(specs=None) -> tuple[list[Run], list[FleetRun]]:
     for raw in specs:
         label = _spec_label(raw)
         if is_fleet_spec(raw):
-            from sweep.fleet import fleet
+            from sweep.fleet_sizing import fleet
 
             ds = fleet(raw, progress=False)
             fleets.append(FleetRun(_unique(ds.attrs.get("spec_name", "fleet"), used), label, ds))
@@ -370,7 +370,7 @@ def section_e(runs, out):
 
 
 def _cause_names(codes) -> np.ndarray:
-    from sweep.law import CAUSES
+    from sweep.law_fit import CAUSES
 
     codes = np.asarray(codes)
     return np.array([CAUSES[int(c)] for c in codes.ravel()], dtype=object).reshape(codes.shape)
@@ -475,7 +475,7 @@ def _law_table_html(run: Run, frame) -> str:
 
 
 def section_d(runs, out, top: int = 12):
-    from sweep.grad import lever_medians
+    from sweep.elasticity import lever_medians
     from sweep.plots import plot_grouped_bars
 
     figs = []
@@ -733,7 +733,7 @@ def _claim_concurrency(runs, context: int, paper: float) -> Claim:
 
 
 def _law_slice(run: Run, point_sel: dict, var: str = "tok_per_watt"):
-    from sweep.law import law
+    from sweep.law_fit import law
 
     res = run.law if var == "tok_per_watt" else law(run.ds, var=var)
     sel = {k: v for k, v in point_sel.items() if k in res.dims}
@@ -747,7 +747,7 @@ def _line_hits(runs):
 
 
 def _claim_slope(runs) -> Claim:
-    from sweep.law import CAUSES
+    from sweep.law_fit import CAUSES
 
     cal_sel = {"gpu": H100["calibrated"], "batch": 0}
     roof_sel = _roof_sel(H100["roofline"])
@@ -1155,7 +1155,7 @@ def claims_html(table: list[Claim]) -> str:
 
 def _fleet_gains(fr: FleetRun):
     """sweep.fleet.gains of a fleet run, H100 the baseline and B200 the upgrade where swept."""
-    from sweep.fleet import gains as fleet_gains
+    from sweep.fleet_sizing import gains as fleet_gains
 
     ds = fr.ds
     mode = ds.attrs.get("pool_mode", "roofline")
@@ -1185,7 +1185,7 @@ def _slice_labels(da: xr.DataArray) -> list[str]:
 
 def section_g(fleets, out):
     from sweep.dataset import write_netcdf
-    from sweep.fleet import plot_gain
+    from sweep.fleet_sizing import plot_gain
 
     figs, tables = [], []
     for fr in fleets:

@@ -160,7 +160,7 @@ def grad(
     """
     from sweep.dataset import axis_coords, data_variable, provenance
     from sweep.engine import chunk_points, evaluate
-    from sweep.fleet import fleet_grad, is_fleet_spec  # fleet specs: sweep/fleet.py
+    from sweep.fleet_sizing import fleet_grad, is_fleet_spec  # fleet specs: sweep/fleet_sizing.py
 
     if is_fleet_spec(spec):
         return fleet_grad(spec, wrt, precision=precision, chunk_size=chunk_size, progress=progress)
@@ -285,7 +285,10 @@ def summarise(ds: xr.Dataset, seconds: float | None = None, top: int = 4, max_ro
 
 def cmd_grad(args) -> int:
     from sweep.dataset import write_netcdf
-    from sweep.fleet import cmd_fleet_grad, is_fleet_spec  # fleet specs: sweep/fleet.py
+    from sweep.fleet_sizing import (  # fleet specs: sweep/fleet_sizing.py
+        cmd_fleet_grad,
+        is_fleet_spec,
+    )
 
     if is_fleet_spec(args.spec):
         return cmd_fleet_grad(args)
