@@ -119,13 +119,13 @@ def _problem(job: dict):
 
 def run_block(i: int, job: dict) -> tuple[int, dict]:
     """Evaluate block ``i`` of a job and write it into the job's zarr store (a task)."""
-    import jax
-    import jax.numpy as jnp
     import zarr
+
+    from sweep.engine import index_dtype_for
 
     problem, fn, blocks = _problem(job)
     start, stop = blocks[i]
-    index = jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+    index = index_dtype_for(problem.size + blocks.chunk)
     out = {k: np.asarray(v)[: stop - start] for k, v in fn(index(start)).items()}
     slab = blocks.slab(i)
     shape = slab_shape(slab)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 DEFAULT_CHUNK_POINTS = 1 << 20
+TILE_POINTS = 1 << 16  # points evaluated at once inside a chunk (see make_chunk_fn)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,11 @@ def gather_inputs(problem: Problem, tables, constants, flat_index):
     return inputs
 
 
+def index_dtype_for(n: int):
+    """int32 flat indices where they suffice (unravel_index on int64 measured 2x slower)."""
+    return jnp.int32 if n < 2**31 else jnp.int64
+
+
 def chunk_devices(devices=None) -> list:
     """The devices a chunk is sharded over: ``devices``, else every local JAX device."""
     return list(jax.local_devices() if devices is None else devices)
@@ -116,13 +122,24 @@ def make_chunk_fn(problem: Problem, chunk: int, devices=None):
     keep = problem.outputs
     devices = chunk_devices(devices)
 
-    def points(flat):
+    def tile(flat):
         inputs = gather_inputs(problem, tables, constants, flat)
         # Materialise the gathered inputs once: fused into every output's loop, XLA recomputes
         # the index arithmetic and gathers per output (measured 2.5x slower at 1e6 points).
         inputs = jax.lax.optimization_barrier(inputs)
         out = jax.vmap(problem.point_fn)(inputs)
         return {k: v for k, v in out.items() if not keep or k in keep}
+
+    def points(flat):
+        # Cache-sized tiles, one after another (lax.map): the gathered inputs and temporaries
+        # of a tile stay in cache (measured 2-6x faster than one 1e6-point tile on CPU).
+        n = flat.shape[0]
+        if n <= TILE_POINTS:
+            return tile(flat)
+        tiles = -(-n // TILE_POINTS)
+        padded = jnp.concatenate([flat, jnp.full(tiles * TILE_POINTS - n, last, flat.dtype)])
+        out = jax.lax.map(tile, padded.reshape(tiles, TILE_POINTS))
+        return {k: v.reshape(-1)[:n] for k, v in out.items()}
 
     if len(devices) == 1:
 
@@ -166,7 +183,7 @@ def iter_chunks(
         chunk = chunk_points(problem, chunk_size or max((b - a for a, b in ranges), default=1))
     n_chunks = len(ranges)
     fn = make_chunk_fn(problem, chunk, devices)
-    index_dtype = jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+    index_dtype = index_dtype_for(problem.size + chunk)
     bar = None
     if n_chunks > 1 and progress is not False:
         from tqdm.auto import tqdm

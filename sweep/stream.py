@@ -156,13 +156,11 @@ def output_bytes_per_point(problem) -> int:
 
 def temp_bytes_per_point(problem, devices=None, probe: int = 1 << 14) -> float:
     """XLA's temporary bytes per point of a compiled chunk (a probe compile)."""
-    import jax
-    import jax.numpy as jnp
 
-    from sweep.engine import chunk_devices, make_chunk_fn
+    from sweep.engine import chunk_devices, index_dtype_for, make_chunk_fn
 
     n = len(chunk_devices(devices))
-    index = jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+    index = index_dtype_for(problem.size + probe * n)
     try:
         compiled = make_chunk_fn(problem, probe * n, devices).lower(index(0)).compile()
         analysis = compiled.memory_analysis()
