@@ -2,11 +2,22 @@
 
 A ``Problem`` is a grid (axes, each with a coordinate and the point-function inputs it
 indexes), scalar inputs shared by every point, and a pure per-point function. The engine
-never materialises the Cartesian product: each fixed-shape chunk generates its flat indices
-inside one jitted function (``offset + iota``), unravels them into per-axis indices, gathers
-the inputs from the small per-axis tables and evaluates ``vmap(point_fn)``. Every chunk has
-the same shape (the last one is padded by repeating the last valid point, which is safe to
-evaluate), so one compilation serves the whole grid.
+never materialises the Cartesian product: each fixed-shape chunk (a flat index range from an
+``offset``) is one jitted function that builds its points' inputs from the small per-axis
+tables and evaluates ``vmap(point_fn)``. Every chunk has the same shape (the last one is
+padded by repeating the last valid point, which is safe to evaluate), so one compilation
+serves the whole grid.
+
+Inside a chunk, points are evaluated in cache-sized tiles, one after another (``lax.map``):
+- broadcast tiles (the usual case): a tile is one index of the leading axes times all of the
+  trailing axes ``shape[k:]`` (at most ``TILE_POINTS``); the trailing axes' inputs are their
+  tables broadcast, the leading axes' one gather per tile, and the chunk's points are sliced
+  out of the tiles that cover it;
+- gather tiles (trailing axes too small or too long, or a chunk smaller than one tile):
+  ``offset + iota`` flat indices are unravelled and every input gathered.
+Both give the same values, bit for bit (tested: chunk sizes, shards, resumed runs). On the
+1e6-point ``grids/million.toml`` (2 CPU cores), broadcast tiles ran at 3.4e7 points/s in
+float32, gathering every input at 1e7, one untiled call at 3.5e6.
 
 With several local JAX devices (GPUs, or CPU devices forced with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``), each chunk is sharded over a 1-D mesh
@@ -32,6 +43,7 @@ import numpy as np
 
 DEFAULT_CHUNK_POINTS = 1 << 20
 TILE_POINTS = 1 << 16  # points evaluated at once inside a chunk (see make_chunk_fn)
+MIN_TILE_POINTS = 1 << 10  # smallest broadcast tile worth its per-tile overhead
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,37 @@ def gather_inputs(problem: Problem, tables, constants, flat_index):
     return inputs
 
 
+def broadcast_split(shape) -> int | None:
+    """First axis of the trailing block that makes one broadcast tile, or None.
+
+    A tile spans whole trailing axes ``shape[k:]`` (k smallest with at most TILE_POINTS
+    points): their inputs are the per-axis tables broadcast, not gathered, and the leading axes'
+    inputs are one gather per tile. None when such a tile would hold fewer than
+    MIN_TILE_POINTS points (tiny trailing axes under a long one): then points are gathered.
+    """
+    k = next(j for j in range(len(shape) + 1) if math.prod(shape[j:]) <= TILE_POINTS)
+    return k if k < len(shape) and math.prod(shape[k:]) >= MIN_TILE_POINTS else None
+
+
+def broadcast_inputs(problem: Problem, tables, constants, split: int, tile_index):
+    """Inputs of every point of one tile: ``tile_index`` over ``shape[:split]``, all of the rest."""
+    lead, trail = problem.shape[:split], problem.shape[split:]
+    size = math.prod(trail)
+    indices = jnp.unravel_index(tile_index, lead) if lead else ()
+    inputs = {}
+    for table, i in zip(tables[:split], indices, strict=True):
+        for k, v in table.items():
+            inputs[k] = jnp.broadcast_to(v[i], (size,))
+    for j, table in enumerate(tables[split:]):
+        shape = [1] * len(trail)
+        shape[j] = trail[j]
+        for k, v in table.items():
+            inputs[k] = jnp.broadcast_to(v.reshape(shape), trail).reshape(size)
+    for k, v in constants.items():
+        inputs[k] = jnp.broadcast_to(v, (size,))
+    return inputs
+
+
 def index_dtype_for(n: int):
     """int32 flat indices where they suffice (unravel_index on int64 measured 2x slower)."""
     return jnp.int32 if n < 2**31 else jnp.int64
@@ -122,39 +165,53 @@ def make_chunk_fn(problem: Problem, chunk: int, devices=None):
     keep = problem.outputs
     devices = chunk_devices(devices)
 
-    def tile(flat):
-        inputs = gather_inputs(problem, tables, constants, flat)
-        # Materialise the gathered inputs once: fused into every output's loop, XLA recomputes
-        # the index arithmetic and gathers per output (measured 2.5x slower at 1e6 points).
-        inputs = jax.lax.optimization_barrier(inputs)
+    split = broadcast_split(problem.shape)
+
+    def evaluate_inputs(inputs):
         out = jax.vmap(problem.point_fn)(inputs)
         return {k: v for k, v in out.items() if not keep or k in keep}
 
-    def points(flat):
+    def gather_tile(flat):
+        inputs = gather_inputs(problem, tables, constants, flat)
+        # Materialise the gathered inputs once: fused into every output's loop, XLA recomputes
+        # the index arithmetic and gathers per output (measured 2.5x slower at 1e6 points).
+        return evaluate_inputs(jax.lax.optimization_barrier(inputs))
+
+    def broadcast_tile(t):
+        return evaluate_inputs(broadcast_inputs(problem, tables, constants, split, t))
+
+    def points(first, n: int):
+        """Outputs of the ``n`` points from flat index ``first`` (clamped to the grid)."""
+        if split is not None and n >= (tile := math.prod(problem.shape[split:])):
+            # whole tiles over the trailing axes, no gathers; slice the n points out of them
+            t0 = first // tile
+            count = -(-n // tile) + 1
+            last_tile = math.prod(problem.shape[:split]) - 1
+            t = jnp.minimum(t0 + jnp.arange(count, dtype=first.dtype), last_tile)
+            out = jax.lax.map(broadcast_tile, t)
+            offset = first - t0 * tile
+            return {
+                k: jax.lax.dynamic_slice_in_dim(v.reshape(-1), offset, n) for k, v in out.items()
+            }
+        flat = jnp.minimum(first + jnp.arange(n, dtype=first.dtype), last)
         # Cache-sized tiles, one after another (lax.map): the gathered inputs and temporaries
         # of a tile stay in cache (measured 2-6x faster than one 1e6-point tile on CPU).
-        n = flat.shape[0]
         if n <= TILE_POINTS:
-            return tile(flat)
+            return gather_tile(flat)
         tiles = -(-n // TILE_POINTS)
         padded = jnp.concatenate([flat, jnp.full(tiles * TILE_POINTS - n, last, flat.dtype)])
-        out = jax.lax.map(tile, padded.reshape(tiles, TILE_POINTS))
+        out = jax.lax.map(gather_tile, padded.reshape(tiles, TILE_POINTS))
         return {k: v.reshape(-1)[:n] for k, v in out.items()}
 
     if len(devices) == 1:
-
-        def run(offset):
-            return points(jnp.minimum(offset + jnp.arange(chunk, dtype=offset.dtype), last))
-
-        return jax.jit(run)
+        return jax.jit(lambda offset: points(offset, chunk))
 
     n = len(devices)
     local = -(-chunk // n)  # points per device
     mesh = jax.make_mesh((n,), ("points",), devices=devices)
 
     def run_local(offset):
-        first = offset + jax.lax.axis_index("points").astype(offset.dtype) * local
-        return points(jnp.minimum(first + jnp.arange(local, dtype=offset.dtype), last))
+        return points(offset + jax.lax.axis_index("points").astype(offset.dtype) * local, local)
 
     sharded = jax.shard_map(run_local, mesh=mesh, in_specs=jax.P(), out_specs=jax.P("points"))
     return jax.jit(sharded, out_shardings=jax.NamedSharding(mesh, jax.P("points")))
