@@ -62,7 +62,7 @@ from benchmarks import numpy_model  # noqa: E402
 from kernels.model import MODEL_FIELDS  # noqa: E402
 from sweep import catalog  # noqa: E402
 from sweep.api import outputs_of  # noqa: E402
-from sweep.engine import DEFAULT_CHUNK_POINTS, make_chunk_fn  # noqa: E402
+from sweep.engine import DEFAULT_CHUNK_POINTS, index_dtype_for, make_chunk_fn  # noqa: E402
 from sweep.modes import FLOPS_KEYS, build_problem  # noqa: E402
 from sweep.spec import load_spec  # noqa: E402
 from tests import reference_model  # noqa: E402
@@ -363,8 +363,9 @@ def repeat_timing(fn, min_repeats: int, target_s: float, max_repeats: int = 50) 
     return times
 
 
-def index_dtype():
-    return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+def index_dtype(problem, chunk: int):
+    """The flat-index dtype the engine itself uses for this grid (sweep.engine.iter_chunks)."""
+    return index_dtype_for(problem.size + chunk)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +380,7 @@ def time_kernel(problem, whole: bool, kernel_chunk: int, target_s: float, mem_bw
     size = problem.size
     chunk = size if whole else min(kernel_chunk, size)
     n_chunks = math.ceil(size / chunk)
-    offsets = [jnp.asarray(i * chunk, dtype=index_dtype()) for i in range(n_chunks)]
+    offsets = [jnp.asarray(i * chunk, dtype=index_dtype(problem, chunk)) for i in range(n_chunks)]
 
     # AOT breakdown of the compilation (a separate jit object, so the timed calls below
     # still pay their own first-call compilation).
@@ -422,7 +423,7 @@ def time_kernel(problem, whole: bool, kernel_chunk: int, target_s: float, mem_bw
         "mode": "whole grid, one call" if whole else "fixed-shape chunks, host loop",
         "chunk_points": chunk,
         "chunks": n_chunks,
-        "index_dtype": str(np.dtype(index_dtype())),
+        "index_dtype": str(np.dtype(index_dtype(problem, chunk))),
         "first_call_s": round(first_call_s, 6),
         "steady_median_s": round(steady, 6),
         "compile_s": round(max(compile_s, 0.0), 6),
@@ -451,7 +452,8 @@ def time_engine_chunks(problem, target_s: float) -> dict:
     chunk = DEFAULT_CHUNK_POINTS
     fn = make_chunk_fn(problem, chunk)
     offsets = [
-        jnp.asarray(i * chunk, dtype=index_dtype()) for i in range(math.ceil(problem.size / chunk))
+        jnp.asarray(i * chunk, dtype=index_dtype(problem, chunk))
+        for i in range(math.ceil(problem.size / chunk))
     ]
     _block(fn(offsets[0]))
 
