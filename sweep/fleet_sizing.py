@@ -69,7 +69,15 @@ from sweep import catalog
 from sweep.engine import Axis, Problem, chunk_points, evaluate
 from sweep.errors import SpecError
 from sweep.modes import FLOPS_KEYS, GPU_FIELDS, model_fields
-from sweep.spec import DTYPES, PARAMS, PRECISIONS, _axis_value, check_keys, read_spec_source
+from sweep.spec import (
+    DTYPES,
+    PARAMS,
+    PRECISIONS,
+    _axis_value,
+    check_keys,
+    parse_axis,
+    read_spec_source,
+)
 from sweep.workload import Workload, from_spec
 
 __all__ = [
@@ -319,47 +327,11 @@ def _workloads(table, base) -> tuple[dict[str, Workload], bool]:
     return out, False
 
 
-def _range(name, raw):
-    where = f"axes.{name}"
-    check_keys(raw, ("start", "stop", "num", "spacing"), where)
-    for key in ("start", "stop", "num"):
-        if key not in raw:
-            raise SpecError(f"{where}.{key}", "missing; a range needs start, stop and num")
-        v = raw[key]
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise SpecError(f"{where}.{key}", f"{v!r}; allowed: an integer >= 1")
-    start, stop, num = raw["start"], raw["stop"], raw["num"]
-    spacing = raw.get("spacing", "log")
-    if spacing not in ("log", "linear"):
-        raise SpecError(f"{where}.spacing", f'{spacing!r}; allowed: "log" or "linear"')
-    if stop < start:
-        raise SpecError(f"{where}.stop", f"{stop} is below start ({start})")
-    fn = np.geomspace if spacing == "log" else np.linspace
-    values = [int(v) for v in np.rint(fn(start, stop, num))]
-    if len(set(values)) != len(values):
-        raise SpecError(f"{where}.num", f"{num} integer values do not fit in [{start}, {stop}]")
-    return values
-
-
 def _axis(name, raw, gpus, models) -> tuple:
-    where = f"axes.{name}"
-    if isinstance(raw, dict):
-        if name not in ("b_short", "w_long"):
-            raise SpecError(
-                where, "a list of values (only b_short, w_long take {start, stop, num})"
-            )
-        values = _range(name, raw)
-    else:
-        values = list(raw) if isinstance(raw, list) else [raw]
-    if not values:
-        raise SpecError(where, "empty; give at least one value")
-    checked = tuple(
-        _axis_item(name, v, gpus, models, f"{where}[{i}]") for i, v in enumerate(values)
-    )
-    if len(set(checked)) != len(checked):
-        dup = next(v for v in checked if checked.count(v) > 1)
-        raise SpecError(where, f"value {dup!r} appears twice; axis values must be distinct")
-    return checked
+    def check(v, where):
+        return _axis_item(name, v, gpus, models, where)
+
+    return parse_axis(name, raw, check, range_axes=("b_short", "w_long"))
 
 
 def _axis_item(name, v, gpus, models, where):

@@ -239,46 +239,51 @@ def _params(table, mode):
 
 
 def _axis(name, raw, gpus, models) -> tuple:
+    return parse_axis(name, raw, lambda v, where: _axis_value(name, v, gpus, models, where))
+
+
+def parse_axis(name: str, raw, check_value, range_axes=("context",)) -> tuple:
+    """The distinct, checked values of ``axes.<name>``: a list, a single value, or (for
+    ``range_axes``) a ``{start, stop, num, spacing}`` integer range; ``check_value(v, where)``
+    validates and normalises one value."""
     where = f"axes.{name}"
     if isinstance(raw, dict):
-        if name != "context":
-            raise SpecError(where, "a list of values (only context takes {start, stop, num})")
-        values = _context_range(raw)
+        if name not in range_axes:
+            allowed = " and ".join(range_axes)
+            raise SpecError(where, f"a list of values (only {allowed} take {{start, stop, num}})")
+        values = integer_range(raw, where)
     else:
         values = list(raw) if isinstance(raw, list) else [raw]
     if not values:
         raise SpecError(where, "empty; give at least one value")
-    checked = tuple(
-        _axis_value(name, v, gpus, models, f"{where}[{i}]") for i, v in enumerate(values)
-    )
+    checked = tuple(check_value(v, f"{where}[{i}]") for i, v in enumerate(values))
     if len(set(checked)) != len(checked):
         dup = next(v for v in checked if checked.count(v) > 1)
         raise SpecError(where, f"value {dup!r} appears twice; axis values must be distinct")
     return checked
 
 
-def _context_range(raw):
-    check_keys(raw, ("start", "stop", "num", "spacing"), "axes.context")
+def integer_range(raw: dict, where: str) -> list[int]:
+    """Distinct integers from ``{start, stop, num, spacing = "log" | "linear"}`` (tokens)."""
+    check_keys(raw, ("start", "stop", "num", "spacing"), where)
     for key in ("start", "stop", "num"):
         if key not in raw:
-            raise SpecError(f"axes.context.{key}", "missing; a range needs start, stop and num")
+            raise SpecError(f"{where}.{key}", "missing; a range needs start, stop and num")
         if not _int(raw[key]) or raw[key] < 1:
-            raise SpecError(f"axes.context.{key}", f"{raw[key]!r}; allowed: an integer >= 1")
+            raise SpecError(f"{where}.{key}", f"{raw[key]!r}; allowed: an integer >= 1")
     start, stop, num = raw["start"], raw["stop"], raw["num"]
     for key, limit in (("start", MAX_CONTEXT), ("stop", MAX_CONTEXT), ("num", MAX_AXIS_VALUES)):
         if raw[key] > limit:
-            raise SpecError(f"axes.context.{key}", f"{raw[key]}; allowed: at most {limit:,}")
+            raise SpecError(f"{where}.{key}", f"{raw[key]}; allowed: at most {limit:,}")
     spacing = raw.get("spacing", "log")
     if spacing not in ("log", "linear"):
-        raise SpecError("axes.context.spacing", f'{spacing!r}; allowed: "log" or "linear"')
+        raise SpecError(f"{where}.spacing", f'{spacing!r}; allowed: "log" or "linear"')
     if stop < start:
-        raise SpecError("axes.context.stop", f"{stop} is below start ({start})")
+        raise SpecError(f"{where}.stop", f"{stop} is below start ({start})")
     fn = np.geomspace if spacing == "log" else np.linspace
     values = [int(v) for v in np.rint(fn(start, stop, num))]
     if len(set(values)) != len(values):
-        raise SpecError(
-            "axes.context.num", f"{num} integer contexts do not fit in [{start}, {stop}]"
-        )
+        raise SpecError(f"{where}.num", f"{num} integer values do not fit in [{start}, {stop}]")
     return values
 
 
