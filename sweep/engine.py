@@ -129,14 +129,18 @@ def broadcast_inputs(problem: Problem, tables, constants, split: int, tile_index
     size = math.prod(trail)
     indices = jnp.unravel_index(tile_index, lead) if lead else ()
     inputs = {}
+    # a field may carry an array per axis value (e.g. a workload's CDF breakpoints): its
+    # trailing dimensions ride along
     for table, i in zip(tables[:split], indices, strict=True):
         for k, v in table.items():
-            inputs[k] = jnp.broadcast_to(v[i], (size,))
+            inputs[k] = jnp.broadcast_to(v[i], (size, *v.shape[1:]))
     for j, table in enumerate(tables[split:]):
         shape = [1] * len(trail)
         shape[j] = trail[j]
         for k, v in table.items():
-            inputs[k] = jnp.broadcast_to(v.reshape(shape), trail).reshape(size)
+            rest = v.shape[1:]
+            wide = jnp.broadcast_to(v.reshape(*shape, *rest), (*trail, *rest))
+            inputs[k] = wide.reshape(size, *rest)
     for k, v in constants.items():
         inputs[k] = jnp.broadcast_to(v, (size,))
     return inputs
