@@ -65,7 +65,6 @@ import xarray as xr
 from kernels import fleet as kfleet
 from kernels.calibrated import PROFILE_INPUTS
 from kernels.model import default_sparsity
-from sweep import catalog
 from sweep.engine import Axis, Problem, chunk_points, evaluate
 from sweep.errors import SpecError
 from sweep.modes import FLOPS_KEYS, GPU_FIELDS, model_fields
@@ -74,10 +73,15 @@ from sweep.spec import (
     PARAMS,
     PRECISIONS,
     _axis_value,
+    catalog_entries,
     check_keys,
     parse_axis,
+    parse_params,
     read_spec_source,
+    spec_name,
+    spec_precision,
 )
+from sweep.spec import axes_table as spec_axes_table
 from sweep.workload import Workload, from_spec
 
 __all__ = [
@@ -204,31 +208,25 @@ def load_fleet_spec(spec, precision: str | None = None) -> FleetSpec:
             "mode",
             f'{mode!r}: a fleet spec says mode = "fleet" (a {mode} spec runs with `sweep run`)',
         )
-    name = table.get("name", "fleet")
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\\0"):
-        raise SpecError("name", "a non-empty string without path separators")
+    name = spec_name(table, "fleet")
     description = table.get("description", "")
     if not isinstance(description, str):
         raise SpecError("description", "must be a string")
     pool_mode = table.get("pool_mode", "roofline")
     if pool_mode not in POOL_MODES:
         raise SpecError("pool_mode", f"{pool_mode!r}; allowed: {', '.join(POOL_MODES)}")
-    precision = precision or table.get("precision", "float64")
-    if precision not in PRECISIONS:
-        raise SpecError("precision", f"{precision!r}; allowed: {', '.join(PRECISIONS)}")
+    precision = spec_precision(table, precision, "float64")
 
-    gpus, models = _catalog_entries(table, pool_mode, base)
-    params = _params(table.get("params", {}), pool_mode)
+    calibrated = pool_mode == "calibrated"
+    gpus, models = catalog_entries(table, calibrated, base, 'pool_mode = "calibrated"')
+    allowed = ROOFLINE_PARAMS if pool_mode == "roofline" else CALIBRATED_PARAMS
+    params = parse_params(table.get("params", {}), allowed, {**PARAMS, **FLEET_PARAMS})
     workloads, single = _workloads(table, base)
 
-    axes_table = table.get("axes")
-    if axes_table is None:
-        raise SpecError("axes", f"missing; fleet specs need {', '.join(REQUIRED_AXES[pool_mode])}")
     allowed = ROOFLINE_AXES if pool_mode == "roofline" else CALIBRATED_AXES
-    check_keys(axes_table, allowed, "axes")
-    for required in REQUIRED_AXES[pool_mode]:
-        if required not in axes_table:
-            raise SpecError(f"axes.{required}", f"missing; {pool_mode} fleet specs need it")
+    axes_table = spec_axes_table(
+        table, allowed, REQUIRED_AXES[pool_mode], f"{pool_mode} fleet specs need"
+    )
     axes = {k: _axis(k, v, gpus, models) for k, v in axes_table.items()}
     if not single:
         axes["workload"] = tuple(workloads)
@@ -264,45 +262,6 @@ def _replace(spec: FleetSpec, **changes) -> FleetSpec:
     import dataclasses
 
     return dataclasses.replace(spec, **changes)
-
-
-def _catalog_entries(table, pool_mode, base):
-    if pool_mode == "calibrated":
-        for key in ("gpus", "models"):
-            if key in table:
-                raise SpecError(
-                    key, 'not used with pool_mode = "calibrated"; add profiles with [profiles.NAME]'
-                )
-        gpus = catalog.load_profiles()
-        extra = table.get("profiles", {})
-        check_keys(extra, list(extra), "profiles")
-        for key, entry in extra.items():
-            gpus[key] = catalog.profile_from_dict(key, entry, where="profiles")
-        return gpus, {}
-    if "profiles" in table:
-        raise SpecError("profiles", 'only used with pool_mode = "calibrated"')
-    gpus, models = catalog.load_gpus(), catalog.load_models()
-    extra_gpus, extra_models = table.get("gpus", {}), table.get("models", {})
-    check_keys(extra_gpus, list(extra_gpus), "gpus")
-    check_keys(extra_models, list(extra_models), "models")
-    for key, entry in extra_gpus.items():
-        gpus[key] = catalog.gpu_from_dict(key, entry, where="gpus")
-    for key, entry in extra_models.items():
-        models[key] = catalog.model_from_spec_table(key, entry, base, where="models")
-    return gpus, models
-
-
-def _params(table, pool_mode):
-    allowed = ROOFLINE_PARAMS if pool_mode == "roofline" else CALIBRATED_PARAMS
-    check_keys(table, allowed, "params")
-    checks = {**PARAMS, **FLEET_PARAMS}
-    params = {k: checks[k][0] for k in allowed}
-    for key, value in table.items():
-        _, ok, text = checks[key]
-        if not ok(value):
-            raise SpecError(f"params.{key}", f"{value!r} is out of range; allowed: {text}")
-        params[key] = value
-    return params
 
 
 def _workloads(table, base) -> tuple[dict[str, Workload], bool]:

@@ -153,27 +153,19 @@ def load_spec(spec, precision: str | None = None) -> GridSpec:
         return spec
     table, text, base = read_spec_source(spec)
     check_keys(table, TOP_LEVEL_KEYS, "")
-    name = table.get("name", "sweep")
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\\0"):
-        raise SpecError("name", "a non-empty string without path separators")
+    name = spec_name(table, "sweep")
     mode = table.get("mode", "roofline")
     if mode not in MODES:
         raise SpecError("mode", f"{mode!r} is not allowed; allowed: {', '.join(MODES)}")
-    precision = precision or table.get("precision", "float32")
-    if precision not in PRECISIONS:
-        raise SpecError("precision", f"{precision!r}; allowed: {', '.join(PRECISIONS)}")
+    precision = spec_precision(table, precision, "float32")
 
-    gpus, models = _catalog_entries(table, mode, base)
-    params = _params(table.get("params", {}), mode)
-    axes_table = table.get("axes")
-    if axes_table is None:
-        raise SpecError("axes", f"missing; {mode} mode needs {', '.join(REQUIRED_AXES[mode])}")
+    gpus, models = catalog_entries(table, mode == "calibrated", base)
+    params = parse_params(
+        table.get("params", {}), CALIBRATED_PARAMS if mode == "calibrated" else tuple(PARAMS)
+    )
     allowed = ROOFLINE_AXES if mode == "roofline" else CALIBRATED_AXES
-    check_keys(axes_table, allowed, "axes")
-    for required in REQUIRED_AXES[mode]:
-        if required not in axes_table:
-            raise SpecError(f"axes.{required}", f"missing; {mode} mode needs it")
-    axes = {k: _axis(k, v, gpus, models) for k, v in axes_table.items()}
+    axes = axes_table(table, allowed, REQUIRED_AXES[mode], f"{mode} mode needs")
+    axes = {k: _axis(k, v, gpus, models) for k, v in axes.items()}
     defaults = {k: v for k, v in AXIS_DEFAULTS.items() if k in allowed and k not in axes}
     defaults = {k: _axis(k, v, gpus, models)[0] for k, v in defaults.items()}
     return GridSpec(
@@ -194,26 +186,23 @@ def _used(axes, axis):
     return axes.get(axis, ())
 
 
-def _catalog_entries(table, mode, base):
-    """Catalog entries plus the spec's own, by key."""
-    if mode == "calibrated":
+def catalog_entries(table, calibrated: bool, base, setting: str = 'mode = "calibrated"'):
+    """Catalog entries plus the spec's own, by key: profiles when ``calibrated``, else GPUs and
+    models. ``setting`` names what selects calibrated entries, for the messages."""
+    if calibrated:
         for key in ("gpus", "models"):
             if key in table:
-                raise SpecError(
-                    key, "not used in calibrated mode; add profiles with [profiles.NAME]"
-                )
+                raise SpecError(key, f"not used with {setting}; add profiles with [profiles.NAME]")
         gpus = catalog.load_profiles()
-        extra = _table(table, "profiles")
-        for key, entry in extra.items():
+        for key, entry in _table(table, "profiles").items():
             gpus[key] = catalog.profile_from_dict(key, entry, where="profiles")
         return gpus, {}
     if "profiles" in table:
-        raise SpecError("profiles", 'only used in mode = "calibrated"')
+        raise SpecError("profiles", f"only used with {setting}")
     gpus, models = catalog.load_gpus(), catalog.load_models()
-    extra_gpus, extra_models = _table(table, "gpus"), _table(table, "models")
-    for key, entry in extra_gpus.items():
+    for key, entry in _table(table, "gpus").items():
         gpus[key] = catalog.gpu_from_dict(key, entry, where="gpus")
-    for key, entry in extra_models.items():
+    for key, entry in _table(table, "models").items():
         models[key] = catalog.model_from_spec_table(key, entry, base, where="models")
     return gpus, models
 
@@ -226,16 +215,42 @@ def _table(table: dict, key: str) -> dict:
     return sub
 
 
-def _params(table, mode):
-    allowed = CALIBRATED_PARAMS if mode == "calibrated" else tuple(PARAMS)
+def parse_params(table, allowed, checks=PARAMS) -> dict:
+    """``[params]``: defaults for ``allowed`` names, overridden by the table, each checked."""
     check_keys(table, allowed, "params")
-    params = {k: PARAMS[k][0] for k in allowed}
+    params = {k: checks[k][0] for k in allowed}
     for key, value in table.items():
-        _, ok, text = PARAMS[key]
+        _, ok, text = checks[key]
         if not ok(value):
             raise SpecError(f"params.{key}", f"{value!r} is out of range; allowed: {text}")
         params[key] = value
     return params
+
+
+def spec_name(table, default: str) -> str:
+    name = table.get("name", default)
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\\0"):
+        raise SpecError("name", "a non-empty string without path separators")
+    return name
+
+
+def spec_precision(table, precision: str | None, default: str) -> str:
+    precision = precision or table.get("precision", default)
+    if precision not in PRECISIONS:
+        raise SpecError("precision", f"{precision!r}; allowed: {', '.join(PRECISIONS)}")
+    return precision
+
+
+def axes_table(table, allowed, required, needs: str) -> dict:
+    """The ``[axes]`` table: only ``allowed`` names, every ``required`` one present."""
+    axes = table.get("axes")
+    if axes is None:
+        raise SpecError("axes", f"missing; {needs} {', '.join(required)}")
+    check_keys(axes, allowed, "axes")
+    for name in required:
+        if name not in axes:
+            raise SpecError(f"axes.{name}", f"missing; {needs} it")
+    return axes
 
 
 def _axis(name, raw, gpus, models) -> tuple:
