@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import xarray as xr
 
 from sweep.dataset import CALIBRATED_OUTPUTS, ROOFLINE_OUTPUTS, assemble, open_dataset
-from sweep.engine import chunk_points, evaluate
+from sweep.engine import evaluate_timed
 from sweep.modes import build_problem
 from sweep.spec import GridSpec, load_spec
 
@@ -26,18 +24,8 @@ def run(
     """
     spec = load_spec(spec, precision=precision)
     problem = build_problem(spec, outputs=outputs_of(spec))
-    t0 = time.perf_counter()
-    results = evaluate(problem, chunk_size=chunk_size, progress=progress)
-    seconds = time.perf_counter() - t0
-    return assemble(
-        spec,
-        results,
-        {
-            "points": problem.size,
-            "chunk_points": chunk_points(problem, chunk_size),
-            "compute_seconds": round(seconds, 4),
-        },
-    )
+    results, run_attrs = evaluate_timed(problem, chunk_size=chunk_size, progress=progress)
+    return assemble(spec, results, run_attrs)
 
 
 def open(path) -> xr.Dataset:  # noqa: A001 - the documented name of the API

@@ -159,7 +159,7 @@ def grad(
     exact model. Unknown names raise SpecError naming ``wrt`` and the allowed names.
     """
     from sweep.dataset import axis_coords, data_variable, provenance
-    from sweep.engine import chunk_points, evaluate
+    from sweep.engine import evaluate_timed
     from sweep.fleet_sizing import fleet_grad, is_fleet_spec  # fleet specs: sweep/fleet_sizing.py
 
     if is_fleet_spec(spec):
@@ -168,9 +168,7 @@ def grad(
     names = parse_wrt(spec, wrt)
     problem = build_grad_problem(spec, names)
     chunk_size = chunk_size or DEFAULT_GRAD_CHUNK
-    t0 = time.perf_counter()
-    results = evaluate(problem, chunk_size=chunk_size, progress=progress)
-    seconds = time.perf_counter() - t0
+    results, run_attrs = evaluate_timed(problem, chunk_size=chunk_size, progress=progress)
     dims = tuple(spec.axes)
     table = CALIBRATED_WRT if spec.mode == "calibrated" else ROOFLINE_WRT
     data = {
@@ -196,9 +194,7 @@ def grad(
             "(floor and ceil dropped), vmapped over the grid; NaN where the exact model is "
             "infeasible; sparsity NaN for dense models"
         ),
-        points=problem.size,
-        chunk_points=chunk_points(problem, chunk_size),
-        compute_seconds=round(seconds, 4),
+        **run_attrs,
     )
     return ds
 

@@ -34,6 +34,7 @@ point functions (see ``sweep.modes``).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -310,3 +311,15 @@ def evaluate(
                 results[k] = np.empty(problem.size, dtype=v.dtype)
             results[k][start:stop] = v
     return {k: v.reshape(problem.shape) for k, v in results.items()}
+
+
+def evaluate_timed(problem: Problem, chunk_size: int | None = None, progress=None, **kwargs):
+    """``evaluate``, and the run's attributes for its dataset: points, chunk_points and
+    compute_seconds."""
+    t0 = time.perf_counter()
+    results = evaluate(problem, chunk_size=chunk_size, progress=progress, **kwargs)
+    return results, {
+        "points": problem.size,
+        "chunk_points": chunk_points(problem, chunk_size),
+        "compute_seconds": round(time.perf_counter() - t0, 4),
+    }

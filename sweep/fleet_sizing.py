@@ -65,7 +65,7 @@ import xarray as xr
 from kernels import fleet as kfleet
 from kernels.calibrated import PROFILE_INPUTS
 from kernels.model import default_sparsity
-from sweep.engine import Axis, Problem, chunk_points, evaluate
+from sweep.engine import Axis, Problem, evaluate_timed
 from sweep.errors import SpecError
 from sweep.modes import FLOPS_KEYS, GPU_FIELDS, model_fields
 from sweep.spec import (
@@ -650,14 +650,7 @@ def fleet(
     spec = load_fleet_spec(spec, precision=precision)
     problem = build_problem(spec)
     chunk = chunk_size or DEFAULT_CHUNK
-    t0 = time.perf_counter()
-    results = evaluate(problem, chunk_size=chunk, progress=progress)
-    seconds = time.perf_counter() - t0
-    extra = {
-        "points": problem.size,
-        "chunk_points": chunk_points(problem, chunk),
-        "compute_seconds": round(seconds, 4),
-    }
+    results, extra = evaluate_timed(problem, chunk_size=chunk, progress=progress)
     return _assemble(spec, problem, results, extra, VARIABLES)
 
 
@@ -708,16 +701,8 @@ def fleet_grad(
         raise SpecError("wrt", f"empty; allowed: {', '.join(GRAD_WRT)}")
     problem = build_problem(spec, relaxed=True, point_fn=_grad_point(wrt))
     chunk = chunk_size or DEFAULT_CHUNK
-    t0 = time.perf_counter()
-    results = evaluate(problem, chunk_size=chunk, progress=progress)
-    seconds = time.perf_counter() - t0
-    extra = {
-        "points": problem.size,
-        "chunk_points": chunk_points(problem, chunk),
-        "compute_seconds": round(seconds, 4),
-        "relaxed": 1,
-        "wrt": ", ".join(wrt),
-    }
+    results, extra = evaluate_timed(problem, chunk_size=chunk, progress=progress)
+    extra.update(relaxed=1, wrt=", ".join(wrt))
     return _assemble(spec, problem, results, extra, GRAD_VARIABLES)
 
 
