@@ -29,12 +29,22 @@ POINT_INPUTS = ("context", "fill", "batch", "max_seqs")
 INPUTS = PROFILE_INPUTS + POINT_INPUTS
 
 
-def concurrency_limit(p: Mapping, relaxed: bool = False):
-    """n_max(W): the slot limit scaled to the window, and the KV-block limit."""
+def slot_limit(p: Mapping, relaxed: bool = False):
+    """floor(max_slots * calib_ctx / W): the measured slots scaled to the window."""
+    floor, _ = rounding(relaxed)
+    return floor(p["max_slots"] * p["calib_ctx"] / p["context"])
+
+
+def block_limit(p: Mapping, relaxed: bool = False):
+    """floor(kv_blocks / ceil(W / blk)): sequences whose blocks fit in the KV cache."""
     floor, ceil = rounding(relaxed)
-    by_slots = floor(p["max_slots"] * p["calib_ctx"] / p["context"])
-    by_blocks = floor(p["kv_blocks"] / ceil(p["context"] / p["blk"]))
-    return apply_cap(jnp.minimum(by_slots, by_blocks), p["max_seqs"])
+    return floor(p["kv_blocks"] / ceil(p["context"] / p["blk"]))
+
+
+def concurrency_limit(p: Mapping, relaxed: bool = False):
+    """n_max(W): the lower of the slot and KV-block limits, then the max_seqs cap."""
+    limit = jnp.minimum(slot_limit(p, relaxed), block_limit(p, relaxed))
+    return apply_cap(limit, p["max_seqs"])
 
 
 def calibrated_point(p: Mapping, relaxed: bool = False) -> dict:

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from kernels.calibrated import block_limit, slot_limit
 from sweep.spec import PARAMS, GridSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -651,11 +652,17 @@ def _roofline_accounting(run, point, paper) -> str:
     )
 
 
-def _claim_tokw(runs, context: int, paper: float) -> Claim:
+def _h100_cells(runs, context: int, var: str):
+    """The H100 points at ``context`` in both modes (saturated), and their cells for ``var``."""
     cal = find(runs, "calibrated", context=context, gpu=H100["calibrated"], batch=0)
     roof = find(runs, "roofline", context=context, **_roof_sel(H100["roofline"]))
-    c = _cell(cal, lambda r, p: _f(p, "tok_per_watt"), lambda r, p: _where_cal(p))
-    r = _cell(roof, lambda r, p: _f(p, "tok_per_watt"), _where_roof)
+    c = _cell(cal, lambda r, p: _f(p, var), lambda r, p: _where_cal(p))
+    r = _cell(roof, lambda r, p: _f(p, var), _where_roof)
+    return cal, roof, c, r
+
+
+def _claim_tokw(runs, context: int, paper: float) -> Claim:
+    cal, roof, c, r = _h100_cells(runs, context, "tok_per_watt")
     parts = []
     if cal:
         p = cal[1]
@@ -691,15 +698,13 @@ def _claim_tokw(runs, context: int, paper: float) -> Claim:
 
 
 def _claim_concurrency(runs, context: int, paper: float) -> Claim:
-    cal = find(runs, "calibrated", context=context, gpu=H100["calibrated"], batch=0)
-    roof = find(runs, "roofline", context=context, **_roof_sel(H100["roofline"]))
-    c = _cell(cal, lambda r, p: _f(p, "concurrency"), lambda r, p: _where_cal(p))
-    r = _cell(roof, lambda r, p: _f(p, "concurrency"), _where_roof)
+    cal, roof, c, r = _h100_cells(runs, context, "concurrency")
     parts = []
     if cal:
         p = cal[1]
-        slots = math.floor(_f(p, "profile_max_slots") * _f(p, "profile_calib_ctx") / context)
-        blocks = math.floor(_f(p, "profile_kv_blocks") / math.ceil(context / _f(p, "profile_blk")))
+        profile = {k: _f(p, f"profile_{k}") for k in ("max_slots", "calib_ctx", "kv_blocks", "blk")}
+        profile["context"] = context
+        slots, blocks = int(slot_limit(profile)), int(block_limit(profile))
         parts.append(
             f"Calibrated: n = min(slot limit {slots}, KV-block limit {blocks}) from the profile's "
             f"measured max_slots and kv_blocks, so it matches the paper by construction."
