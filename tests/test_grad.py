@@ -13,6 +13,7 @@ from sweep.elasticity import allowed_wrt, elasticity_point_function, grad
 from sweep.errors import SpecError
 from sweep.modes import build_axes, point_function, scalar_inputs
 from sweep.spec import load_spec
+from tests.specs import FLAT_PROFILE
 
 H = 1e-5  # step in ln(x) of the central differences
 
@@ -80,26 +81,18 @@ power_nominal = 250.0
 power_k = 0.8
 power_x0 = 3.0
 """
-# Flat power (catalog profiles need power_k > 0; 1e-12 leaves P flat to ~1e-13)
-FLAT = """
+# Flat power: see tests/specs.py
+FLAT = (
+    """
 name = "flat"
 mode = "calibrated"
 precision = "float64"
 [axes]
 context = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
 gpu = ["flat"]
-[profiles.flat]
-tp = 8
-w_s = 0.004
-h_s = 0.00032
-calib_ctx = 8192
-max_slots = 256
-kv_blocks = 65536
-power_idle = 300.0
-power_nominal = 600.0
-power_k = 1e-12
-power_x0 = 4.2
 """
+    + FLAT_PROFILE
+)
 
 
 def raw_points(spec):

@@ -12,28 +12,21 @@ from sweep import cli
 from sweep.dataset import write_netcdf
 from sweep.errors import SpecError
 from sweep.law_fit import CAUSES, fit, law, law_range
+from tests.specs import FLAT_PROFILE
 
 ROOT = Path(__file__).resolve().parents[1]
 POW2 = "[1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]"
-FLAT = f"""
+FLAT = (
+    f"""
 name = "flat"
 mode = "calibrated"
 precision = "float64"
 [axes]
 context = {POW2}
 gpu = ["flat", "h100"]
-[profiles.flat]
-tp = 8
-w_s = 0.004
-h_s = 0.00032
-calib_ctx = 8192
-max_slots = 256
-kv_blocks = 65536
-power_idle = 300.0
-power_nominal = 600.0
-power_k = 1e-12
-power_x0 = 4.2
 """
+    + FLAT_PROFILE
+)
 # A GPU with a tenth of an H100's FLOP/s: compute-bound at short contexts
 SLOW = f"""
 name = "slow"
